@@ -1,0 +1,1 @@
+"""soundlens.hooks: see DESIGN.md; built in its own issue."""

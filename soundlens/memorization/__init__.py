@@ -1,0 +1,1 @@
+"""soundlens.memorization: see DESIGN.md; built in its own issue."""

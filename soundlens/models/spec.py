@@ -1,0 +1,72 @@
+"""Family specs: what soundlens needs to know about one model family.
+
+A spec maps canonical site names (the same across families) onto module paths, says how
+audio and text become model inputs, at what sample rate, and whether the model generates.
+Module paths are found by suffix so one spec serves every head class of a family
+(``Wav2Vec2Model``'s ``encoder.layers`` and ``Wav2Vec2ForCTC``'s ``wav2vec2.encoder.layers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from soundlens.models.loaded import LoadedModel
+
+Generates = Literal["text", "audio"] | None
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """A stack of repeated blocks, exposed as ``{canonical}.{i}`` with optional parts.
+
+    ``path`` is a suffix of the module path of the ``ModuleList``. ``attn`` and ``mlp`` are
+    paths relative to one block; ``attn_out`` is the attention output projection, whose
+    input holds the heads side by side (``heads.{h}`` sites read and write its slices).
+    """
+
+    canonical: str
+    path: str
+    attn: str | None = None
+    attn_out: str | None = None
+    mlp: str | None = None
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything family-specific; the rest of soundlens reads only this."""
+
+    name: str
+    model_types: tuple[str, ...]
+    model_class: str
+    layer_groups: tuple[LayerGroup, ...] = ()
+    extra_sites: dict[str, str] = field(default_factory=dict)
+    generates: Generates = None
+    takes: tuple[Literal["audio", "text"], ...] = ("audio",)
+    # Custom input preparation / sample rate for non-transformers families (ONNX conversions).
+    prepare: Callable[..., dict[str, Any]] | None = None
+    sample_rate: Callable[[LoadedModel], int] | None = None
+    output_sample_rate: Callable[[LoadedModel], int] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Site:
+    """A named place where activations are read or written.
+
+    ``module_path`` is the module whose output (or, for heads, whose input slice
+    ``[head*head_dim:(head+1)*head_dim]``) the site denotes.
+    """
+
+    name: str
+    module_path: str
+    kind: Literal["layer", "attn", "mlp", "head", "module"]
+    head: int | None = None
+    head_dim: int | None = None
+
+    @property
+    def reads_input(self) -> bool:
+        """Heads live in the input of the attention output projection."""
+        return self.kind == "head"

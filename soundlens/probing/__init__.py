@@ -1,0 +1,1 @@
+"""soundlens.probing: see DESIGN.md; built in its own issue."""

@@ -1,0 +1,1 @@
+"""soundlens.steering: see DESIGN.md; built in its own issue."""
