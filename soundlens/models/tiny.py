@@ -132,12 +132,13 @@ def _clap(size: str) -> tuple[torch.nn.Module, list[Any]]:
     )
     audio = T.ClapAudioConfig(
         window_size=4, num_mel_bins=16, spec_size=32, patch_size=2, patch_stride=(2, 2),
-        hidden_size=32, patch_embeds_hidden_size=8, depths=[1, 1], num_attention_heads=[2, 2],
+        hidden_size=32, patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2],
         projection_dim=16, num_hidden_layers=2,
     )
     cfg = T.ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)
     fe = T.ClapFeatureExtractor(feature_size=16, sampling_rate=48000, max_length_s=1,
-                                fft_window_size=512, hop_length=480)
+                                fft_window_size=1024, hop_length=960,
+                                truncation="rand_trunc")
     tok = _word_tokenizer(pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     return T.ClapModel(cfg), [fe, tok]
 
