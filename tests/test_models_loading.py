@@ -117,3 +117,29 @@ def test_unsupported_family_is_named(tmp_path: Path) -> None:
     transformers.BertModel(cfg).save_pretrained(tmp_path)
     with pytest.raises(ModelNotFoundError, match="'bert' is not a supported family"):
         load(tmp_path)
+
+
+def _as_mert(src: Path, dst: Path, **extra) -> Path:
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg.update(model_type="mert_model", architectures=["MERTModel"],
+               auto_map={"AutoModel": "modeling_MERT.MERTModel"}, feature_extractor_cqt=False,
+               deepnorm=False, attention_relax=-1.0, sample_rate=24000)
+    cfg.update(extra)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_mert_loads_through_hubert(tiny_dir, tmp_path: Path) -> None:
+    folder = _as_mert(tiny_dir("hubert"), tmp_path / "mert")
+    lm = load(folder)
+    assert type(lm.model).__name__ == "HubertModel" and lm.spec.name == "hubert"
+    ref = load(tiny_dir("hubert")).model.state_dict()
+    for k, v in lm.model.state_dict().items():
+        assert bool((v == ref[k]).all()), k
+
+
+def test_mert_with_extras_hubert_lacks_is_refused(tiny_dir, tmp_path: Path) -> None:
+    folder = _as_mert(tiny_dir("hubert"), tmp_path / "mert", feature_extractor_cqt=True)
+    with pytest.raises(ModelNotFoundError, match="feature_extractor_cqt.*trust_remote_code"):
+        load(folder)

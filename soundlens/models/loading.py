@@ -118,7 +118,7 @@ def _load_transformers(
 ) -> LoadedModel:
     is_local = source.startswith("local:")
     try:
-        config = transformers.AutoConfig.from_pretrained(name)
+        config = _mert_as_hubert(name) or transformers.AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as e:
         if is_local:
             raise ModelFolderError(f"{name}: config.json cannot be read ({e})") from e
@@ -135,6 +135,8 @@ def _load_transformers(
     cls = _model_class(spec, config, model_class)
     if dtype is not None:
         kwargs = {**kwargs, "dtype": dtype}
+    if config.model_type == "hubert" and "config" not in kwargs:
+        kwargs = {**kwargs, "config": config}  # needed when the config came from MERT
     try:
         model = cls.from_pretrained(name, **kwargs)
     except Exception as e:  # noqa: BLE001 - re-raised with the folder or hub named
@@ -150,6 +152,34 @@ def _load_transformers(
     return LoadedModel(
         name=name, model=model, processor=_load_processor(name, spec), spec=spec, source=source
     )
+
+
+# MERT layers that HuBERT lacks; a checkpoint that enables any of them needs MERT's own code.
+_MERT_EXTRAS = {"feature_extractor_cqt": False, "deepnorm": False}
+
+
+def _mert_as_hubert(name: str) -> transformers.HubertConfig | None:
+    """MERT (m-a-p/MERT-*) ships remote code, but with its extras off it *is* HuBERT.
+
+    Returns a HubertConfig for such a checkpoint, None for anything that is not MERT.
+    """
+    try:
+        path = transformers.utils.cached_file(name, "config.json")
+        raw = json.loads(Path(path).read_text())
+    except Exception:  # noqa: BLE001 - not readable here: let AutoConfig report it
+        return None
+    if raw.get("model_type") != "mert_model":
+        return None
+    enabled = [k for k, off in _MERT_EXTRAS.items() if raw.get(k, off) != off]
+    if float(raw.get("attention_relax", -1.0)) > 0:
+        enabled.append("attention_relax")
+    if enabled:
+        raise ModelNotFoundError(
+            f"{name}: this MERT checkpoint enables {', '.join(enabled)}, which HuBERT lacks; "
+            "load it with transformers' AutoModel.from_pretrained(..., trust_remote_code=True)"
+        )
+    fields = {k: v for k, v in raw.items() if k not in ("model_type", "architectures", "auto_map")}
+    return transformers.HubertConfig(**fields, architectures=["HubertModel"])
 
 
 def _model_class(spec: FamilySpec, config: Any, override: str | None) -> type:
