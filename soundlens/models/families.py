@@ -8,7 +8,24 @@ its task heads (CTC, classification, generation) resolve to the same names.
 
 from __future__ import annotations
 
+from typing import Any
+
 from soundlens.models.spec import FamilySpec, LayerGroup
+
+
+def _whisper_encoder(lm: Any, inputs: dict[str, Any]) -> Any:
+    return lm.model.get_encoder()(input_features=inputs["input_features"])
+
+
+def _whisper_valid_fraction(lm: Any, inputs: dict[str, Any], n_samples: list[int]) -> list[float]:
+    # The feature extractor pads every clip to its 30 s window (n_samples samples).
+    window = lm.processor.feature_extractor.n_samples
+    return [min(1.0, n / window) for n in n_samples]
+
+
+def _clap_audio(lm: Any, inputs: dict[str, Any]) -> Any:
+    keys = ("input_features", "is_longer")
+    return lm.model.get_audio_features(**{k: inputs[k] for k in keys if k in inputs})
 
 _W2V2_ENCODER = LayerGroup(
     "encoder.layers",
@@ -30,6 +47,7 @@ def _speech_encoder(name: str, model_types: tuple[str, ...], model_class: str) -
         model_class=model_class,
         layer_groups=(_W2V2_ENCODER,),
         extra_sites=dict(_W2V2_EXTRA),
+        channels_first_sites=("feature_extractor",),
         description="self-supervised speech encoder (CNN feature extractor + transformer)",
     )
 
@@ -67,6 +85,10 @@ FAMILIES: dict[str, FamilySpec] = {
                 *_bart_like("decoder.layers", "decoder.layers", cross=True),
             ),
             extra_sites={"encoder.embeddings": "encoder.conv2", "encoder.norm": "encoder.layer_norm"},
+            channels_first_sites=("encoder.embeddings",),
+            encoder_forward=_whisper_encoder,
+            encoder_prefixes=("encoder.",),
+            valid_fraction=_whisper_valid_fraction,
             generates="text",
             takes=("audio",),
             description="speech recognition encoder-decoder (log-mel input, 30 s windows)",
@@ -102,6 +124,8 @@ FAMILIES: dict[str, FamilySpec] = {
                 ),
             ),
             extra_sites={"audio.projection": "audio_projection", "text.projection": "text_projection"},
+            encoder_forward=_clap_audio,
+            encoder_prefixes=("audio.",),
             takes=("audio", "text"),
             description="contrastive audio-text model (HTS-AT audio tower, RoBERTa text tower)",
         ),
@@ -110,8 +134,8 @@ FAMILIES: dict[str, FamilySpec] = {
             model_types=("encodec",),
             model_class="EncodecModel",
             layer_groups=(
-                LayerGroup("encoder.layers", "encoder.layers"),
-                LayerGroup("decoder.layers", "decoder.layers"),
+                LayerGroup("encoder.layers", "encoder.layers", channels_first=True),
+                LayerGroup("decoder.layers", "decoder.layers", channels_first=True),
             ),
             extra_sites={"quantizer": "quantizer"},
             generates="audio",
@@ -136,6 +160,7 @@ FAMILIES: dict[str, FamilySpec] = {
                 "decoder.norm": "decoder.model.decoder.layer_norm",
                 "audio_decoder": "audio_encoder.decoder",
             },
+            channels_first_sites=("audio_decoder",),
             generates="audio",
             takes=("text", "audio"),
             description="text-to-music transformer over EnCodec codes (T5 text encoder)",
@@ -159,6 +184,7 @@ FAMILIES: dict[str, FamilySpec] = {
                 "decoder.norm": "decoder.model.decoder.layer_norm",
                 "audio_decoder": "audio_encoder.decoder",
             },
+            channels_first_sites=("audio_decoder",),
             generates="audio",
             takes=("text", "audio"),
             description="MusicGen conditioned on text and a melody's chromagram",
@@ -182,6 +208,7 @@ FAMILIES: dict[str, FamilySpec] = {
                 )
             ),
             extra_sites={"audio_decoder": "codec_model.decoder"},
+            channels_first_sites=("audio_decoder",),
             generates="audio",
             takes=("text",),
             description="text-to-audio GPT cascade (semantic → coarse → fine codes → EnCodec)",
@@ -226,8 +253,8 @@ FAMILIES: dict[str, FamilySpec] = {
                     attn_out="attention.out_proj",
                     mlp="feed_forward",
                 ),
-                LayerGroup("flow.layers", "flow.flows"),
-                LayerGroup("decoder.upsample", "decoder.upsampler"),
+                LayerGroup("flow.layers", "flow.flows", channels_first=True),
+                LayerGroup("decoder.upsample", "decoder.upsampler", channels_first=True),
             ),
             extra_sites={
                 "encoder.embeddings": "text_encoder.embed_tokens",
@@ -236,6 +263,7 @@ FAMILIES: dict[str, FamilySpec] = {
                 "decoder.conv_pre": "decoder.conv_pre",
                 "decoder.conv_post": "decoder.conv_post",
             },
+            channels_first_sites=("encoder.stats", "decoder.", "duration_predictor"),
             generates="audio",
             takes=("text",),
             description="end-to-end TTS (text encoder, flow, HiFi-GAN decoder), e.g. MMS-TTS",

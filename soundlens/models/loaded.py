@@ -92,7 +92,8 @@ class LoadedModel:
         if name in self._sites:
             return self._sites[name]
         if name in self._modules and name != "":
-            return Site(name=name, module_path=name, kind="module")
+            conv = isinstance(self._modules[name], torch.nn.Conv1d | torch.nn.ConvTranspose1d)
+            return Site(name=name, module_path=name, kind="module", channels_first=conv)
         suggestions = closest(name, list(self._sites) + list(self._modules), n=6)
         hint = f" Closest valid names: {', '.join(suggestions)}." if suggestions else ""
         raise UnknownSiteError(
@@ -194,14 +195,18 @@ def _enumerate_sites(
     for canonical, suffix in spec.extra_sites.items():
         path = _find_unique(modules, suffix)
         if path is not None:
-            sites[canonical] = Site(canonical, path, "module")
+            cf = any(canonical.startswith(p) for p in spec.channels_first_sites) or isinstance(
+                modules[path], torch.nn.Conv1d | torch.nn.ConvTranspose1d
+            )
+            tm = any(canonical.startswith(p) for p in spec.time_major_4d_sites)
+            sites[canonical] = Site(canonical, path, "module", channels_first=cf, time_major_4d=tm)
     for group in spec.layer_groups:
         base = _find_unique(modules, group.path)
         if base is None:
             continue
         for i in range(len(modules[base])):  # type: ignore[arg-type]
             name, prefix = f"{group.canonical}.{i}", f"{base}.{i}"
-            sites[name] = Site(name, prefix, "layer")
+            sites[name] = Site(name, prefix, "layer", channels_first=group.channels_first)
             if group.attn and f"{prefix}.{group.attn}" in modules:
                 attn_path = f"{prefix}.{group.attn}"
                 sites[f"{name}.attn"] = Site(f"{name}.attn", attn_path, "attn")

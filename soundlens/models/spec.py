@@ -32,6 +32,7 @@ class LayerGroup:
     attn: str | None = None
     attn_out: str | None = None
     mlp: str | None = None
+    channels_first: bool = False  # blocks output (batch, channels, time), e.g. convolutions
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,21 @@ class FamilySpec:
     model_class: str
     layer_groups: tuple[LayerGroup, ...] = ()
     extra_sites: dict[str, str] = field(default_factory=dict)
+    # Canonical names (or name prefixes) of extra sites whose output is (batch, channels, time).
+    channels_first_sites: tuple[str, ...] = ()
+    # Canonical names (or prefixes) whose 4-D output is (batch, channels, time, freq).
+    time_major_4d_sites: tuple[str, ...] = ()
     generates: Generates = None
     takes: tuple[Literal["audio", "text"], ...] = ("audio",)
     # Custom input preparation / sample rate for non-transformers families (ONNX conversions).
     prepare: Callable[..., dict[str, Any]] | None = None
+    # A cheaper forward that runs only the audio encoder; used when every requested site's
+    # name starts with one of ``encoder_prefixes`` (e.g. Whisper's encoder for probing).
+    encoder_forward: Callable[[LoadedModel, dict[str, Any]], Any] | None = None
+    encoder_prefixes: tuple[str, ...] = ()
+    # Fraction of each padded input that is real audio, per row, for pooling over real frames
+    # only; None means every frame is real (inputs padded with a mask are handled generically).
+    valid_fraction: Callable[[LoadedModel, dict[str, Any], list[int]], Any] | None = None
     sample_rate: Callable[[LoadedModel], int] | None = None
     output_sample_rate: Callable[[LoadedModel], int] | None = None
     description: str = ""
@@ -65,6 +77,8 @@ class Site:
     kind: Literal["layer", "attn", "mlp", "head", "module"]
     head: int | None = None
     head_dim: int | None = None
+    channels_first: bool = False  # 3-D output is (batch, channels, time), not (batch, time, dim)
+    time_major_4d: bool = False  # 4-D output is (batch, channels, time, freq)
 
     @property
     def reads_input(self) -> bool:
