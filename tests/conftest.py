@@ -15,7 +15,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # shared 2-core machines: 2 threads thrash under load
 
 
 @pytest.fixture(scope="session")
