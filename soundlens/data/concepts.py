@@ -211,6 +211,11 @@ def render_clips(
 ) -> list[np.ndarray]:
     """Render every parameter dict, in order, over ``workers`` processes (each keeps one synth)."""
     workers = _default_workers() if workers is None else max(1, int(workers))
+    if "torch" in sys.modules:
+        # A forked child of a process whose torch/OpenMP threads have run deadlocks inside
+        # FluidSynth (seen here), and spawn/forkserver would re-import the caller's script:
+        # next to a loaded model, render in this process (still hundreds of clips a second).
+        workers = 1
     tasks = [(concept.name, config, p) for p in params]
     bar = None
     if progress:

@@ -421,3 +421,20 @@ def _load_hub(repo_id: str, name: str | None, split: str):
             f"could not load '{repo_id}' (split '{split}') from the Hugging Face hub: {err}. Check the id "
             "and your network; offline, pass a local folder, a CSV, or a datasets.Dataset instead."
         ) from err
+
+
+def open_dataset(source: str | os.PathLike, sample_rate: int, **kwargs: Any) -> datasets.Dataset:
+    """A dataset from what a user points the CLI at, decoded mono at ``sample_rate``.
+
+    A folder written by ``save_to_disk`` (ours or anyone's) is opened as is and re-checked; an
+    audio folder uses its ``labels.csv`` when present (else audiofolder conventions); anything
+    else goes to ``load_audio`` (CSV file, hub id).
+    """
+    import datasets
+
+    path = Path(source)
+    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+        return load_audio(datasets.load_from_disk(str(path)), sample_rate, **kwargs)
+    if path.is_dir() and (path / "labels.csv").exists() and "labels" not in kwargs:
+        kwargs["labels"] = path / "labels.csv"
+    return load_audio(source, sample_rate, **kwargs)

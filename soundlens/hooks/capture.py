@@ -191,12 +191,28 @@ def input_valid_fraction(lm: LoadedModel, inputs: dict[str, Any], n_samples: Seq
     return None
 
 
-def run_forward(lm: LoadedModel, inputs: dict[str, Any], site_names: Iterable[str]) -> Any:
-    """Run the cheapest forward that reaches every site: the audio encoder alone if it can."""
+def run_forward(
+    lm: LoadedModel, inputs: dict[str, Any], site_names: Iterable[str], *,
+    trim: bool = False, n_samples: Sequence[int] | None = None,
+) -> Any:
+    """Run the cheapest forward that reaches every site: the audio encoder alone if it can.
+
+    ``trim`` runs a fixed-window encoder (Whisper) on the input trimmed to the longest clip, an
+    approximation that is only used when asked for.
+    """
     names = list(site_names)
     prefixes = lm.spec.encoder_prefixes
+    encoder_only = bool(prefixes) and all(n.startswith(prefixes) for n in names)
     with torch.no_grad():
-        if lm.spec.encoder_forward and prefixes and all(n.startswith(prefixes) for n in names):
+        if trim:
+            if lm.spec.trimmed_encoder_forward is None or not encoder_only or not n_samples:
+                raise CaptureError(
+                    f"trimmed input is only available for encoder sites of fixed-window "
+                    f"encoders (Whisper); {lm.name} ({lm.spec.name}) with sites "
+                    f"{', '.join(names[:3])}… runs on its full input"
+                )
+            return lm.spec.trimmed_encoder_forward(lm, inputs, list(n_samples))
+        if lm.spec.encoder_forward and encoder_only:
             return lm.spec.encoder_forward(lm, inputs)
         return lm.model(**inputs)
 
@@ -208,16 +224,21 @@ def capture(
     pooling: Pooling = "mean",
     *,
     n_samples: Sequence[int] | None = None,
+    trim: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One forward pass; pooled activations per site name.
 
     ``n_samples`` (real audio length of each clip) lets families whose processor pads to a fixed
-    window (Whisper: 30 s) pool only over frames covering real audio.
+    window (Whisper: 30 s) pool only over frames covering real audio. ``trim`` runs such an
+    encoder on the input trimmed to the longest clip instead (faster, approximate).
     """
-    frac = input_valid_fraction(lm, inputs, n_samples) if n_samples is not None else None
-    if frac is None and "attention_mask" in inputs and "input_values" in inputs:
-        frac = input_valid_fraction(lm, inputs, [])
+    if trim and n_samples:
+        frac: Any = [n / max(n_samples) for n in n_samples]
+    elif n_samples is not None:
+        frac = input_valid_fraction(lm, inputs, n_samples)
+    else:
+        frac = input_valid_fraction(lm, inputs, []) if "input_values" in inputs else None
     with Capture(lm, sites, pooling, valid_fraction=frac) as cap:
-        run_forward(lm, inputs, [s.name for s in cap.sites])
+        run_forward(lm, inputs, [s.name for s in cap.sites], trim=trim, n_samples=n_samples)
     cap.check_complete()
     return cap.activations

@@ -58,11 +58,14 @@ def extract(
     id_column: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    trim: bool = False,
 ) -> ActivationStore:
     """Capture pooled activations at ``sites`` for every row of ``dataset`` into a store.
 
     Rerunning on an interrupted store continues where it stopped. A row whose audio cannot be
     decoded, is empty, silent or not finite is skipped and reported by name in the manifest.
+    ``trim`` runs a fixed-window encoder (Whisper) on inputs trimmed to the batch's longest clip
+    instead of its padded window: faster, and approximate (recorded in the store's key).
     """
     if pooling not in POOLINGS or pooling == "none":
         raise ValueError("extraction pools over time: choose one of mean, max, meanstd, last")
@@ -77,6 +80,7 @@ def extract(
         "pooling": pooling,
         "dataset": dataset_fingerprint(dataset, audio_column),
         "sample_rate": lm.sample_rate,
+        "input": "trimmed" if trim else "full",
     }
     store = ActivationStore.create_or_resume(out, key, overwrite=overwrite)
     total = len(dataset)
@@ -104,7 +108,8 @@ def extract(
                 idx.append(i)
             if clips:
                 inputs = lm.inputs(clips, sampling_rate=lm.sample_rate)
-                acts = capture(lm, inputs, resolved, pooling, n_samples=[len(c) for c in clips])
+                acts = capture(lm, inputs, resolved, pooling, n_samples=[len(c) for c in clips],
+                               trim=trim)
                 for s in resolved:
                     if acts[s].shape[0] != len(clips):
                         raise SoundlensError(

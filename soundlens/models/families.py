@@ -23,6 +23,32 @@ def _whisper_valid_fraction(lm: Any, inputs: dict[str, Any], n_samples: list[int
     return [min(1.0, n / window) for n in n_samples]
 
 
+def _whisper_trimmed_encoder(lm: Any, inputs: dict[str, Any], n_samples: list[int]) -> Any:
+    """Whisper's own encoder forward on features trimmed to the longest clip.
+
+    The encoder refuses inputs shorter than its 30 s window and adds all 1500 position
+    embeddings; for the duration of the call it is given the first positions only (a view of
+    the same weights) and a matching window length.
+    """
+    import math
+
+    import torch
+
+    enc = lm.model.get_encoder()
+    hop = lm.processor.feature_extractor.hop_length
+    stride = enc.conv1.stride[0] * enc.conv2.stride[0]
+    positions = max(1, math.ceil(max(n_samples) / hop / stride))
+    positions = min(positions, enc.embed_positions.num_embeddings)
+    features = inputs["input_features"][..., : positions * stride]
+    full, window = enc.embed_positions, enc.config.max_source_positions
+    enc.embed_positions = torch.nn.Embedding.from_pretrained(full.weight[:positions], freeze=True)
+    enc.config.max_source_positions = positions
+    try:
+        return enc(input_features=features)
+    finally:
+        enc.embed_positions, enc.config.max_source_positions = full, window
+
+
 def _clap_audio(lm: Any, inputs: dict[str, Any]) -> Any:
     keys = ("input_features", "is_longer")
     return lm.model.get_audio_features(**{k: inputs[k] for k in keys if k in inputs})
@@ -64,6 +90,7 @@ def _bart_like(canonical: str, path: str, cross: bool = False) -> tuple[LayerGro
                 path,
                 attn="encoder_attn",
                 attn_out="encoder_attn.out_proj",
+                blocks=False,
             )
         )
     return tuple(groups)
@@ -89,6 +116,7 @@ FAMILIES: dict[str, FamilySpec] = {
             encoder_forward=_whisper_encoder,
             encoder_prefixes=("encoder.",),
             valid_fraction=_whisper_valid_fraction,
+            trimmed_encoder_forward=_whisper_trimmed_encoder,
             generates="text",
             takes=("audio",),
             description="speech recognition encoder-decoder (log-mel input, 30 s windows)",

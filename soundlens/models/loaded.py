@@ -206,7 +206,8 @@ def _enumerate_sites(
             continue
         for i in range(len(modules[base])):  # type: ignore[arg-type]
             name, prefix = f"{group.canonical}.{i}", f"{base}.{i}"
-            sites[name] = Site(name, prefix, "layer", channels_first=group.channels_first)
+            if group.blocks:
+                sites[name] = Site(name, prefix, "layer", channels_first=group.channels_first)
             if group.attn and f"{prefix}.{group.attn}" in modules:
                 attn_path = f"{prefix}.{group.attn}"
                 sites[f"{name}.attn"] = Site(f"{name}.attn", attn_path, "attn")

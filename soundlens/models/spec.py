@@ -33,6 +33,7 @@ class LayerGroup:
     attn_out: str | None = None
     mlp: str | None = None
     channels_first: bool = False  # blocks output (batch, channels, time), e.g. convolutions
+    blocks: bool = True  # False: the group only names parts (e.g. cross-attention) of blocks
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class FamilySpec:
     # Fraction of each padded input that is real audio, per row, for pooling over real frames
     # only; None means every frame is real (inputs padded with a mask are handled generically).
     valid_fraction: Callable[[LoadedModel, dict[str, Any], list[int]], Any] | None = None
+    # Optional approximation for fixed-window encoders (Whisper): run the encoder on the input
+    # trimmed to the longest clip of the batch instead of the padded window. It changes the
+    # activations, so it is only used when asked for, and reports say so.
+    trimmed_encoder_forward: Callable[[LoadedModel, dict[str, Any], list[int]], Any] | None = None
     sample_rate: Callable[[LoadedModel], int] | None = None
     output_sample_rate: Callable[[LoadedModel], int] | None = None
     description: str = ""
