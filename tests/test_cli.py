@@ -23,7 +23,7 @@ def test_models_lists_every_embedded_model_with_its_facts() -> None:
 
 def test_models_json_is_machine_readable() -> None:
     result = CliRunner().invoke(app, ["models", "--json"])
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert {r["name"] for r in data["embedded"]} == set(EMBEDDED)
     assert "musicgen" in data["families"]
     assert all(set(r) >= {"licence", "package", "installed", "sample_rate"} for r in
