@@ -107,7 +107,7 @@ def extract(
                 clips.append(audio)
                 idx.append(i)
             if clips:
-                inputs = lm.inputs(clips, sampling_rate=lm.sample_rate)
+                inputs = lm.inputs(clips, sampling_rate=lm.sample_rate, trim=trim)
                 acts = capture(lm, inputs, resolved, pooling, n_samples=[len(c) for c in clips],
                                trim=trim)
                 for s in resolved:

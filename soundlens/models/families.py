@@ -38,7 +38,8 @@ def _whisper_trimmed_encoder(lm: Any, inputs: dict[str, Any], n_samples: list[in
     hop = lm.processor.feature_extractor.hop_length
     stride = enc.conv1.stride[0] * enc.conv2.stride[0]
     positions = max(1, math.ceil(max(n_samples) / hop / stride))
-    positions = min(positions, enc.embed_positions.num_embeddings)
+    available = inputs["input_features"].shape[-1] // stride
+    positions = max(1, min(positions, available, enc.embed_positions.num_embeddings))
     features = inputs["input_features"][..., : positions * stride]
     full, window = enc.embed_positions, enc.config.max_source_positions
     enc.embed_positions = torch.nn.Embedding.from_pretrained(full.weight[:positions], freeze=True)
@@ -117,6 +118,9 @@ FAMILIES: dict[str, FamilySpec] = {
             encoder_prefixes=("encoder.",),
             valid_fraction=_whisper_valid_fraction,
             trimmed_encoder_forward=_whisper_trimmed_encoder,
+            # With trimmed input the log-mel is computed over the clip only: Whisper's
+            # normalisation depends on the spectrogram's maximum, which the padding never sets.
+            trim_processor_kwargs={"padding": "longest"},
             generates="text",
             takes=("audio",),
             description="speech recognition encoder-decoder (log-mel input, 30 s windows)",

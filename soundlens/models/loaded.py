@@ -51,8 +51,14 @@ class LoadedModel:
         audio: np.ndarray | Sequence[np.ndarray] | None = None,
         sampling_rate: int | None = None,
         text: str | Sequence[str] | None = None,
+        *,
+        trim: bool = False,
     ) -> dict[str, Any]:
-        """Turn raw audio (mono float arrays) and/or text into the model's keyword inputs."""
+        """Turn raw audio (mono float arrays) and/or text into the model's keyword inputs.
+
+        ``trim`` prepares inputs for the trimmed-encoder approximation (no padding to the
+        model's fixed window) where the family offers it.
+        """
         clips = None
         if audio is not None:
             if sampling_rate is None:
@@ -72,7 +78,8 @@ class LoadedModel:
             raise AudioInputError(f"{self.name} ({self.spec.name}) takes no text input")
         if self.spec.prepare is not None:
             return self.spec.prepare(self, clips, text)
-        return _prepare_with_processor(self, clips, text)
+        extra = self.spec.trim_processor_kwargs if trim else {}
+        return _prepare_with_processor(self, clips, text, extra)
 
     # ---- sites ----------------------------------------------------------------------
     @cached_property
@@ -141,7 +148,9 @@ def _config_sample_rate(config: Any) -> int:
     raise AttributeError(f"no sample rate in {type(config).__name__}")
 
 
-def _prepare_with_processor(lm: LoadedModel, clips: list[np.ndarray] | None, text: Any) -> dict:
+def _prepare_with_processor(
+    lm: LoadedModel, clips: list[np.ndarray] | None, text: Any, extra: dict[str, Any]
+) -> dict:
     proc = lm.processor
     if proc is None:
         raise AudioInputError(f"{lm.name} has no processor; build its inputs yourself")
@@ -158,6 +167,7 @@ def _prepare_with_processor(lm: LoadedModel, clips: list[np.ndarray] | None, tex
         if lm.spec.name in ("wav2vec2", "hubert", "wavlm", "data2vec-audio"):
             kwargs["padding"] = True
             kwargs["return_attention_mask"] = True
+    kwargs.update(extra)
     if not is_processor and clips is None:
         # A bare tokenizer takes text positionally.
         return dict(proc(kwargs.pop("text"), **kwargs))

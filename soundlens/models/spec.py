@@ -64,6 +64,7 @@ class FamilySpec:
     # trimmed to the longest clip of the batch instead of the padded window. It changes the
     # activations, so it is only used when asked for, and reports say so.
     trimmed_encoder_forward: Callable[[LoadedModel, dict[str, Any], list[int]], Any] | None = None
+    trim_processor_kwargs: dict[str, Any] = field(default_factory=dict)
     sample_rate: Callable[[LoadedModel], int] | None = None
     output_sample_rate: Callable[[LoadedModel], int] | None = None
     description: str = ""

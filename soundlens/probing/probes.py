@@ -18,7 +18,14 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 
 from soundlens.errors import SoundlensError
-from soundlens.probing.solvers import fit_logistic, fit_ridge, logistic_logits, standardize
+from soundlens.probing.solvers import (
+    _worth_a_basis,
+    covariance_basis,
+    fit_logistic,
+    fit_ridge,
+    logistic_logits,
+    standardize,
+)
 
 DEFAULT_LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1)
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)
@@ -82,20 +89,39 @@ def fit_logistic_selected(
     lam = torch.tensor(list(lambdas), dtype=x.dtype)
     tr, va = inner_split(y, groups, val_fraction, seed)
     y_t = torch.as_tensor(y, dtype=torch.long)
+    p, n, d = x.shape
+    # One eigenbasis per problem preconditions both fits (see ``fit_logistic``): the inner and
+    # the full training sets have nearly the same feature correlations.
+    basis: tuple[torch.Tensor, torch.Tensor] | None = None
     if len(lam) > 1:
         mu, sd = standardize(x[:, tr])
-        w, b = fit_logistic((x[:, tr] - mu) / sd, y_t[tr], n_classes, lam, max_iter=max_iter)
+        xs = (x[:, tr] - mu) / sd
+        if _worth_a_basis(len(tr), d, len(lam), n_classes):
+            basis = covariance_basis(xs)
+        w, b = fit_logistic(xs, y_t[tr], n_classes, lam, max_iter=max_iter, basis=basis)
         xv = (x[:, va] - mu) / sd
         logits = torch.einsum("pnd,pkdc->pknc", xv, w) + b[:, :, None, :]
         acc = (logits.argmax(-1) == y_t[va]).float().mean(-1)  # (P, K)
         # Ties go to the stronger penalty: the simpler probe.
         best = (acc + 1e-9 * torch.arange(len(lam))).argmax(1)
         chosen = lam[best]
+        # The refit starts from the chosen inner solution (mapped to the new standardization).
+        rows = torch.arange(p)
+        mu_f, sd_f = standardize(x)
+        scale = (sd_f / sd)[:, 0, :, None]  # (P, D, 1): w acts on (x - mu) / sd
+        w0 = w[rows, best] * scale
+        b0 = b[rows, best] + torch.einsum("pd,pdc->pc", ((mu_f - mu) / sd)[:, 0], w[rows, best])
+        init = (w0[:, None], b0[:, None])
     else:
         chosen = lam.expand(x.shape[0])
-    mu, sd = standardize(x)
-    w, b = fit_logistic((x - mu) / sd, y_t, n_classes, chosen[:, None], max_iter=max_iter)
-    return w[:, 0], b[:, 0], chosen, mu, sd
+        mu_f, sd_f = standardize(x)
+        init = None
+    xs = (x - mu_f) / sd_f
+    if basis is None and len(lam) == 1:
+        basis = True  # fit_logistic decides
+    w, b = fit_logistic(xs, y_t, n_classes, chosen[:, None], max_iter=max_iter, basis=basis,
+                        init=init)
+    return w[:, 0], b[:, 0], chosen, mu_f, sd_f
 
 
 def fit_ridge_selected(
