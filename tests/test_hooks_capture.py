@@ -117,3 +117,28 @@ def test_unknown_pooling_is_named(tiny_dir) -> None:
     lm = load(tiny_dir("hubert"))
     with pytest.raises(ValueError, match="'median'"):
         Capture(lm, ["encoder.layers.1"], pooling="median")  # type: ignore[arg-type]
+
+
+def test_trimmed_whisper_input_is_explicit_and_self_consistent(tiny_dir) -> None:
+    from soundlens.hooks.capture import CaptureError
+
+    lm = load(tiny_dir("whisper"))
+    clips = [_audio(16000), _audio(8000, seed=1)]
+    sites = ["encoder.layers.0", "encoder.layers.1"]
+    n = [len(c) for c in clips]
+    padded = lm.inputs(clips, sampling_rate=16000)
+    short = lm.inputs(clips, sampling_rate=16000, trim=True)
+    assert short["input_features"].shape[-1] < padded["input_features"].shape[-1]
+    a = capture(lm, padded, sites, n_samples=n, trim=True)
+    b = capture(lm, short, sites, n_samples=n, trim=True)
+    for s in sites:  # log-mel over the clip alone equals the padded one's first frames
+        torch.testing.assert_close(a[s], b[s], rtol=1e-3, atol=1e-3)
+    full = capture(lm, padded, sites, n_samples=n)
+    assert not torch.allclose(full["encoder.layers.1"], b["encoder.layers.1"])
+    # The window-length check and position table are restored afterwards.
+    enc = lm.model.get_encoder()
+    assert enc.embed_positions.num_embeddings == enc.config.max_source_positions == 1500
+    hubert = load(tiny_dir("hubert"))
+    with pytest.raises(CaptureError, match="trimmed input"):
+        capture(hubert, hubert.inputs(clips, sampling_rate=16000), ["encoder.layers.0"],
+                n_samples=n, trim=True)

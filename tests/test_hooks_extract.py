@@ -13,6 +13,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+import torch
 
 from soundlens.hooks import ActivationStore, extract
 from soundlens.hooks.capture import capture
@@ -75,6 +76,8 @@ def test_unknown_site_fails_before_any_work(tiny_dir, saved_dataset, tmp_path: P
 
 CHILD = textwrap.dedent("""
     import sys, time
+    import torch
+    torch.set_num_threads({threads})  # as in the parent: bit-identical arithmetic
     import datasets
     from soundlens.hooks import extract
     from soundlens.hooks.store import ActivationStore
@@ -96,7 +99,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_dir, saved_dataset,
     model_dir = tiny_dir("hubert")
     killed = tmp_path / "killed"
     script = tmp_path / "child.py"
-    script.write_text(CHILD.format(sites=SITES))
+    script.write_text(CHILD.format(sites=SITES, threads=torch.get_num_threads()))
     proc = subprocess.Popen([sys.executable, str(script), str(model_dir), str(saved_dataset),
                              str(killed)], start_new_session=True)
     deadline = time.time() + 120
