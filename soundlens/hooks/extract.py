@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from soundlens.data.loading import check_audio, resample
 from soundlens.errors import SoundlensError
 from soundlens.hooks.capture import POOLINGS, Pooling, capture
+from soundlens.hooks.memory import dataset_files, release
 from soundlens.hooks.store import ActivationStore
 from soundlens.models.loaded import LoadedModel
 
@@ -84,6 +85,7 @@ def extract(
     }
     store = ActivationStore.create_or_resume(out, key, overwrite=overwrite)
     total = len(dataset)
+    files = dataset_files(dataset)
     start = store.manifest["rows_done"]
     bar = tqdm(total=total, initial=start, desc=f"extract {lm.name}", unit="clip",
                disable=not progress)
@@ -122,6 +124,8 @@ def extract(
             bar.update(min(b + batch_size, hi) - b)
         arrays = {s: np.concatenate(p) for s, p in parts.items() if p}
         store.append(arrays, np.asarray(kept, dtype=np.int64), hi, skipped)
+        del arrays, parts
+        release(files)  # peak memory must not grow with the dataset
     bar.close()
     store.finish()
     return store
