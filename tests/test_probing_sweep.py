@@ -80,3 +80,20 @@ def test_bad_features_are_named() -> None:
     feats["layer.3"][0, 0] = np.nan
     with pytest.raises(ProbeError, match="layer.3.*NaN"):
         sweep(feats, y)
+
+
+def test_batched_sweep_matches_per_layer_scikit_learn() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    feats, y = _layers(n=600)
+    r = sweep(feats, y, control=False, n_boot=10)
+    n_train = len(r.split.train)
+    for i, site in enumerate(r.sites):
+        x = feats[site]
+        ref = make_pipeline(StandardScaler(), LogisticRegression(
+            C=1.0 / (float(r.regularization[i]) * n_train), max_iter=2000))
+        ref.fit(x[r.split.train], y[r.split.train])
+        acc = ref.score(x[r.split.test], y[r.split.test])
+        assert abs(acc - r.metrics["accuracy"][i]) <= 0.02, (site, acc, r.metrics["accuracy"][i])
