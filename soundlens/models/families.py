@@ -97,6 +97,33 @@ def _bart_like(canonical: str, path: str, cross: bool = False) -> tuple[LayerGro
     return tuple(groups)
 
 
+def _musicgen(name: str, model_class: str, *, cross: bool, description: str) -> FamilySpec:
+    return FamilySpec(
+        name=name,
+        model_types=(name.replace("-", "_"),),
+        model_class=model_class,
+        layer_groups=(
+            *_bart_like("decoder.layers", "decoder.model.decoder.layers", cross=cross),
+            LayerGroup(
+                "text_encoder.layers",
+                "text_encoder.encoder.block",
+                attn="layer.0.SelfAttention",
+                attn_out="layer.0.SelfAttention.o",
+                mlp="layer.1.DenseReluDense",
+            ),
+        ),
+        extra_sites={
+            "decoder.embeddings": "decoder.model.decoder.embed_tokens",
+            "decoder.norm": "decoder.model.decoder.layer_norm",
+            "audio_decoder": "audio_encoder.decoder",
+        },
+        channels_first_sites=("audio_decoder",),
+        generates="audio",
+        takes=("text", "audio"),
+        description=description,
+    )
+
+
 FAMILIES: dict[str, FamilySpec] = {
     s.name: s
     for s in [
@@ -173,54 +200,11 @@ FAMILIES: dict[str, FamilySpec] = {
             generates="audio",
             description="neural audio codec (conv encoder, residual vector quantizer, decoder)",
         ),
-        FamilySpec(
-            name="musicgen",
-            model_types=("musicgen",),
-            model_class="MusicgenForConditionalGeneration",
-            layer_groups=(
-                *_bart_like("decoder.layers", "decoder.model.decoder.layers", cross=True),
-                LayerGroup(
-                    "text_encoder.layers",
-                    "text_encoder.encoder.block",
-                    attn="layer.0.SelfAttention",
-                    attn_out="layer.0.SelfAttention.o",
-                    mlp="layer.1.DenseReluDense",
-                ),
-            ),
-            extra_sites={
-                "decoder.embeddings": "decoder.model.decoder.embed_tokens",
-                "decoder.norm": "decoder.model.decoder.layer_norm",
-                "audio_decoder": "audio_encoder.decoder",
-            },
-            channels_first_sites=("audio_decoder",),
-            generates="audio",
-            takes=("text", "audio"),
-            description="text-to-music transformer over EnCodec codes (T5 text encoder)",
-        ),
-        FamilySpec(
-            name="musicgen-melody",
-            model_types=("musicgen_melody",),
-            model_class="MusicgenMelodyForConditionalGeneration",
-            layer_groups=(
-                *_bart_like("decoder.layers", "decoder.model.decoder.layers"),
-                LayerGroup(
-                    "text_encoder.layers",
-                    "text_encoder.encoder.block",
-                    attn="layer.0.SelfAttention",
-                    attn_out="layer.0.SelfAttention.o",
-                    mlp="layer.1.DenseReluDense",
-                ),
-            ),
-            extra_sites={
-                "decoder.embeddings": "decoder.model.decoder.embed_tokens",
-                "decoder.norm": "decoder.model.decoder.layer_norm",
-                "audio_decoder": "audio_encoder.decoder",
-            },
-            channels_first_sites=("audio_decoder",),
-            generates="audio",
-            takes=("text", "audio"),
-            description="MusicGen conditioned on text and a melody's chromagram",
-        ),
+        _musicgen("musicgen", "MusicgenForConditionalGeneration", cross=True,
+                  description="text-to-music transformer over EnCodec codes (T5 text encoder)"),
+        # Melody conditioning is prepended to the decoder input: no cross-attention.
+        _musicgen("musicgen-melody", "MusicgenMelodyForConditionalGeneration", cross=False,
+                  description="MusicGen conditioned on text and a melody's chromagram"),
         FamilySpec(
             name="bark",
             model_types=("bark",),

