@@ -97,3 +97,9 @@ def test_batched_sweep_matches_per_layer_scikit_learn() -> None:
         ref.fit(x[r.split.train], y[r.split.train])
         acc = ref.score(x[r.split.test], y[r.split.test])
         assert abs(acc - r.metrics["accuracy"][i]) <= 0.02, (site, acc, r.metrics["accuracy"][i])
+
+
+def test_no_bootstrap_gives_point_estimates_only() -> None:
+    feats, y = _layers()
+    r = sweep(feats, y, control=False, n_boot=0)
+    assert np.isnan(r.metrics["accuracy_ci"]).all() and (r.metrics["accuracy"] > 0).all()

@@ -19,12 +19,15 @@ from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 
 from soundlens.errors import SoundlensError
 from soundlens.probing.solvers import (
+    _solve_logistic,
+    _threads_for,
     _worth_a_basis,
     covariance_basis,
-    fit_logistic,
+    curvature_at,
     fit_ridge,
     logistic_logits,
     standardize,
+    standardized,
 )
 
 DEFAULT_LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -90,37 +93,45 @@ def fit_logistic_selected(
     tr, va = inner_split(y, groups, val_fraction, seed)
     y_t = torch.as_tensor(y, dtype=torch.long)
     p, n, d = x.shape
-    # One eigenbasis per problem preconditions both fits (see ``fit_logistic``): the inner and
-    # the full training sets have nearly the same feature correlations.
+    k = len(lam)
+    fit = {"max_iter": max_iter, "tol": 1e-4, "rtol": 1e-5}  # as fit_logistic's defaults
     basis: tuple[torch.Tensor, torch.Tensor] | None = None
-    if len(lam) > 1:
-        mu, sd = standardize(x[:, tr])
-        xs = (x[:, tr] - mu) / sd
-        if _worth_a_basis(len(tr), d, len(lam), n_classes):
-            basis = covariance_basis(xs)
-        w, b = fit_logistic(xs, y_t[tr], n_classes, lam, max_iter=max_iter, basis=basis)
-        xv = (x[:, va] - mu) / sd
-        logits = torch.einsum("pnd,pkdc->pknc", xv, w) + b[:, :, None, :]
-        acc = (logits.argmax(-1) == y_t[va]).float().mean(-1)  # (P, K)
-        # Ties go to the stronger penalty: the simpler probe.
-        best = (acc + 1e-9 * torch.arange(len(lam))).argmax(1)
-        chosen = lam[best]
-        # The refit starts from the chosen inner solution (mapped to the new standardization).
-        rows = torch.arange(p)
-        mu_f, sd_f = standardize(x)
-        scale = (sd_f / sd)[:, 0, :, None]  # (P, D, 1): w acts on (x - mu) / sd
-        w0 = w[rows, best] * scale
-        b0 = b[rows, best] + torch.einsum("pd,pdc->pc", ((mu_f - mu) / sd)[:, 0], w[rows, best])
-        init = (w0[:, None], b0[:, None])
-    else:
-        chosen = lam.expand(x.shape[0])
-        mu_f, sd_f = standardize(x)
-        init = None
-    xs = (x - mu_f) / sd_f
-    if basis is None and len(lam) == 1:
-        basis = True  # fit_logistic decides
-    w, b = fit_logistic(xs, y_t, n_classes, chosen[:, None], max_iter=max_iter, basis=basis,
-                        init=init)
+    init: tuple[torch.Tensor, torch.Tensor] | None = None
+    hess: torch.Tensor | None = None
+    with _threads_for(p * k * n * d * n_classes):
+        if k > 1:
+            xs, mu, sd = standardized(x[:, tr], inplace=True)  # x[:, tr] is a copy
+            if _worth_a_basis(len(tr), d, k, n_classes):
+                basis = covariance_basis(xs)
+            w, b, info = _solve_logistic(xs, y_t[tr], n_classes, lam.expand(p, k), basis=basis,
+                                         rotate=basis is not None, **fit)
+            del xs
+            xv = (x[:, va] - mu) / sd
+            logits = torch.einsum("pnd,pkdc->pknc", xv, w) + b[:, :, None, :]
+            acc = (logits.argmax(-1) == y_t[va]).float().mean(-1)  # (P, K)
+            # Ties go to the stronger penalty: the simpler probe.
+            best = (acc + 1e-9 * torch.arange(k)).argmax(1)
+            chosen = lam[best]
+            # The refit starts from the chosen inner solution, mapped to the new
+            # standardization, preconditioned by the curvature there; the eigenbasis of the
+            # inner training set serves (the full one has nearly the same correlations).
+            rows = torch.arange(p)
+            hess = curvature_at(info, rows, best)
+            del info
+            xs, mu_f, sd_f = standardized(x)
+            w_best, b_best = w[rows, best], b[rows, best]
+            w0 = w_best * (sd_f / sd)[:, 0, :, None]  # w acts on (x - mu) / sd
+            b0 = b_best + torch.einsum("pd,pdc->pc", ((mu_f - mu) / sd)[:, 0], w_best)
+            init = (w0[:, None], b0[:, None])
+        else:
+            chosen = lam.expand(p)
+            xs, mu_f, sd_f = standardized(x)
+            if _worth_a_basis(n, d, 1, n_classes):
+                basis = covariance_basis(xs)
+        w, b, _ = _solve_logistic(
+            xs, y_t, n_classes, chosen[:, None], basis=basis,
+            rotate=init is None and basis is not None, init=init,
+            hess=hess[:, None] if hess is not None else None, **fit)
     return w[:, 0], b[:, 0], chosen, mu_f, sd_f
 
 

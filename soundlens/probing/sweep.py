@@ -82,6 +82,9 @@ def _bootstrap_rows(n: int, n_boot: int, seed: int) -> torch.Tensor:
 
 
 def _interval(samples: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    if samples.shape[-1] == 0:  # n_boot=0: no interval
+        nan = np.full(samples.shape[:-1], np.nan)
+        return nan, nan.copy()
     lo, hi = torch.quantile(samples, torch.tensor([0.025, 0.975]), dim=-1)
     return lo.numpy(), hi.numpy()
 
@@ -184,7 +187,7 @@ def _fit_classification(
     probes: dict[str, dict[str, np.ndarray]] = {}
     g_train = groups[split.train] if groups is not None else None
     for _, names in _groups_by_width(features).items():
-        x = torch.from_numpy(np.stack([features[s] for s in names]).astype(np.float32))
+        x = torch.from_numpy(np.stack([features[s] for s in names]).astype(np.float32, copy=False))
         w, b, lam, mu, sd = fit_logistic_selected(
             x[:, split.train], y[split.train], n_classes, lambdas, groups=g_train, seed=seed,
             max_iter=max_iter,
