@@ -91,7 +91,9 @@ def probe_cmd(
     pooling: str = typer.Option("mean", help="mean, max, meanstd or last."),
     groups: str = typer.Option("", help="Column whose values never straddle the split."),
     control_type: str = typer.Option("", help="Column defining types for the control task."),
-    baseline: str = typer.Option("auto", help="chroma, mfcc, none, or auto (by domain)."),
+    baseline: str = typer.Option(
+        "auto", help="Non-neural baseline: chroma, mfcc, none, or auto (chroma for music "
+        "models, MFCC otherwise; built-in concepts use their domain's)."),
     random_baseline: bool = typer.Option(True, help="Also probe the same model re-initialised."),
     trim: bool = typer.Option(False, help="Whisper: run the encoder on the clip instead of the "
                               "padded 30 s window (faster, approximate; stated in the report)."),
@@ -124,7 +126,9 @@ def probe_cmd(
     from soundlens.data.loading import open_dataset
 
     ds = open_dataset(dataset, lm.sample_rate)
-    feature = None if baseline == "none" else (baseline if baseline != "auto" else None)
+    music = {"musicgen", "musicgen-melody", "encodec", "basic-pitch"}
+    auto = "chroma" if lm.spec.name in music else "mfcc"
+    feature = None if baseline == "none" else (auto if baseline == "auto" else baseline)
     s = probe_dataset(lm, ds, label, out, baseline=feature, **common)
     typer.echo(f"best site {s['best_site']}: {s['metric']} {s['best'][s['metric']]:.3f}")
     typer.echo(f"report: {out}/summary.json, {out}/layer_curve.png")

@@ -86,7 +86,22 @@ def pool(x: torch.Tensor, lengths: torch.Tensor, how: Pooling) -> torch.Tensor:
     raise ValueError(f"unknown pooling {how!r}; choose one of {', '.join(POOLINGS)}")
 
 
-class Capture:
+class HookSet:
+    """Hook handles owned by a context manager: all removed on exit, errors included."""
+
+    def __init__(self) -> None:
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self._remove()
+
+
+class Capture(HookSet):
     """Context manager recording activations at sites during any forward calls inside it.
 
     ``activations[site]`` holds the pooled (batch, dim) tensor of the last call, or with
@@ -111,9 +126,9 @@ class Capture:
         self.pooling: Pooling = pooling
         self.valid_fraction = valid_fraction
         self.every_call = every_call
+        super().__init__()
         self.activations: dict[str, Any] = {}
         self.lengths: dict[str, torch.Tensor] = {}
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _store(self, site: Site, x: torch.Tensor) -> None:
         x = to_btd(x.detach().float(), site)
@@ -162,14 +177,6 @@ class Capture:
                 self._store(s, x[..., s.head * s.head_dim : (s.head + 1) * s.head_dim])
 
         return hook
-
-    def _remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def __exit__(self, *exc: object) -> None:
-        self._remove()
 
     def check_complete(self) -> None:
         """Raise if a requested site did not fire (its module was not run by the forward)."""

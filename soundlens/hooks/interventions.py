@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from soundlens.errors import SoundlensError
-from soundlens.hooks.capture import first_tensor
+from soundlens.hooks.capture import HookSet, first_tensor
 from soundlens.models.loaded import LoadedModel
 from soundlens.models.spec import Site
 
@@ -276,7 +276,7 @@ class _Applied:
         return scale
 
 
-class Intervene:
+class Intervene(HookSet):
     """Context manager applying edits during every forward call inside it.
 
     ``edits`` is one ``Edit`` or many; several edits on one module apply in the given order.
@@ -291,7 +291,7 @@ class Intervene:
             if not isinstance(e, Edit):
                 raise InterventionError(f"expected Edit objects, got {type(e).__name__}")
         self._bound = [self._bind(e) for e in self.edits]
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        super().__init__()
 
     def _bind(self, edit: Edit) -> _Applied:
         site = edit.site if isinstance(edit.site, Site) else self.lm.site(edit.site)
@@ -344,13 +344,6 @@ class Intervene:
             raise
         return self
 
-    def _remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def __exit__(self, *exc: object) -> None:
-        self._remove()
 
 
 def _output_hook(b: _Applied):

@@ -52,7 +52,7 @@ class Directions:
         """Write ``path.safetensors`` (vectors, σ) and ``path.json`` (everything else)."""
         base = Path(path)
         base.parent.mkdir(parents=True, exist_ok=True)
-        arr_path, meta_path = _paths(base)
+        arr_path, meta_path = artifact_paths(base)
         save_file({"vectors": self.vectors.astype(np.float32),
                    "sigma": self.sigma.astype(np.float32)}, str(arr_path))
         meta = {"site": self.site, "method": self.method, "labels": self.labels,
@@ -63,7 +63,7 @@ class Directions:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Directions:
         """Read what ``save`` wrote (no code is executed)."""
-        arr_path, meta_path = _paths(Path(path))
+        arr_path, meta_path = artifact_paths(Path(path))
         for p in (meta_path, arr_path):
             if not p.is_file():
                 raise SoundlensError(f"missing {p}: directions are saved as .json + .safetensors")
@@ -73,7 +73,7 @@ class Directions:
                    arrays["sigma"], meta.get("provenance", {}))
 
 
-def _paths(base: Path) -> tuple[Path, Path]:
+def artifact_paths(base: Path) -> tuple[Path, Path]:
     # Site names contain dots, so suffixes are appended, never substituted.
     return Path(f"{base}.safetensors"), Path(f"{base}.json")
 

@@ -23,7 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 from soundlens.errors import SoundlensError
 from soundlens.hooks.interventions import Edit, Rows, Steps
-from soundlens.probing.directions import Directions
+from soundlens.probing.directions import Directions, artifact_paths
 
 FORMAT_VERSION = 1
 
@@ -146,7 +146,7 @@ class SteeringVector:
         """Write ``path.safetensors`` (directions) and ``path.json`` (σ, α, provenance)."""
         base = Path(path)
         base.parent.mkdir(parents=True, exist_ok=True)
-        arr_path, meta_path = _paths(base)
+        arr_path, meta_path = artifact_paths(base)
         save_file({site: v.astype(np.float32) for site, v in self.directions.items()},
                   str(arr_path))
         meta = {"format": "soundlens.SteeringVector", "version": FORMAT_VERSION,
@@ -159,7 +159,7 @@ class SteeringVector:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SteeringVector:
         """Read what ``save`` wrote; no code runs (safetensors + JSON)."""
-        arr_path, meta_path = _paths(Path(path))
+        arr_path, meta_path = artifact_paths(Path(path))
         for p in (meta_path, arr_path):
             if not p.is_file():
                 raise SteeringVectorError(
@@ -178,11 +178,6 @@ class SteeringVector:
         dirs = {s: arrays[s] for s in meta["sites"]}
         return cls(dirs, dict(meta.get("sigma", {})), float(meta.get("alpha", 1.0)),
                    dict(meta.get("provenance", {})))
-
-
-def _paths(base: Path) -> tuple[Path, Path]:
-    # Site names contain dots, so suffixes are appended, never substituted.
-    return Path(f"{base}.safetensors"), Path(f"{base}.json")
 
 
 __all__ = ["SteeringVector", "SteeringVectorError"]
