@@ -75,6 +75,8 @@ def _speech_encoder(name: str, model_types: tuple[str, ...], model_class: str) -
         layer_groups=(_W2V2_ENCODER,),
         extra_sites=dict(_W2V2_EXTRA),
         channels_first_sites=("feature_extractor",),
+        # Batches of different lengths: pad, and tell the model which samples are real.
+        audio_processor_kwargs={"padding": True, "return_attention_mask": True},
         description="self-supervised speech encoder (CNN feature extractor + transformer)",
     )
 
@@ -227,6 +229,7 @@ FAMILIES: dict[str, FamilySpec] = {
             channels_first_sites=("audio_decoder",),
             generates="audio",
             takes=("text",),
+            pad_text=False,
             description="text-to-audio GPT cascade (semantic → coarse → fine codes → EnCodec)",
         ),
         FamilySpec(

@@ -158,15 +158,13 @@ def _prepare_with_processor(
     is_processor = hasattr(proc, "feature_extractor") or hasattr(proc, "tokenizer")
     if text is not None:
         kwargs["text"] = [text] if isinstance(text, str) else list(text)
-        if len(kwargs["text"]) > 1 and lm.spec.name != "bark":  # Bark pads to max_length itself
+        if len(kwargs["text"]) > 1 and lm.spec.pad_text:
             kwargs["padding"] = True
     if clips is not None:
         key = "audio" if is_processor else "raw_speech"
         kwargs[key] = clips if len(clips) > 1 else clips[0]
         kwargs["sampling_rate"] = lm.sample_rate
-        if lm.spec.name in ("wav2vec2", "hubert", "wavlm", "data2vec-audio"):
-            kwargs["padding"] = True
-            kwargs["return_attention_mask"] = True
+        kwargs.update(lm.spec.audio_processor_kwargs)
     kwargs.update(extra)
     if not is_processor and clips is None:
         # A bare tokenizer takes text positionally.

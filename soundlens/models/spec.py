@@ -51,6 +51,10 @@ class FamilySpec:
     time_major_4d_sites: tuple[str, ...] = ()
     generates: Generates = None
     takes: tuple[Literal["audio", "text"], ...] = ("audio",)
+    # Extra processor arguments for audio (e.g. padding with an attention mask), and whether
+    # a batch of texts is padded by us (Bark's processor pads to its max_length itself).
+    audio_processor_kwargs: dict[str, Any] = field(default_factory=dict)
+    pad_text: bool = True
     # Custom input preparation / sample rate for non-transformers families (ONNX conversions).
     prepare: Callable[..., dict[str, Any]] | None = None
     # A cheaper forward that runs only the audio encoder; used when every requested site's
