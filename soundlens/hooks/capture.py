@@ -188,9 +188,15 @@ class Capture(HookSet):
             )
 
 
-def input_valid_fraction(lm: LoadedModel, inputs: dict[str, Any], n_samples: Sequence[int]) -> Any:
-    """Per row, the fraction of the padded input that is real audio (None: all of it)."""
-    if lm.spec.valid_fraction is not None:
+def input_valid_fraction(
+    lm: LoadedModel, inputs: dict[str, Any], n_samples: Sequence[int] | None = None
+) -> Any:
+    """Per row, the fraction of the padded input that is real audio (None: all of it).
+
+    Families that pad to a fixed window need the clips' lengths (``n_samples``); padded
+    speech-encoder batches carry an attention mask.
+    """
+    if lm.spec.valid_fraction is not None and n_samples is not None:
         return lm.spec.valid_fraction(lm, inputs, list(n_samples))
     mask = inputs.get("attention_mask") if "input_values" in inputs else None
     if mask is not None and mask.ndim == 2:
@@ -241,10 +247,8 @@ def capture(
     """
     if trim and n_samples:
         frac: Any = [n / max(n_samples) for n in n_samples]
-    elif n_samples is not None:
-        frac = input_valid_fraction(lm, inputs, n_samples)
     else:
-        frac = input_valid_fraction(lm, inputs, []) if "input_values" in inputs else None
+        frac = input_valid_fraction(lm, inputs, n_samples)
     with Capture(lm, sites, pooling, valid_fraction=frac) as cap:
         run_forward(lm, inputs, [s.name for s in cap.sites], trim=trim, n_samples=n_samples)
     cap.check_complete()

@@ -24,17 +24,8 @@ def dummy_inputs(lm: LoadedModel) -> dict[str, Any]:
 
 def _run(lm: LoadedModel, inputs: dict[str, Any]) -> None:
     with torch.no_grad():
-        if lm.spec.generates == "audio" and hasattr(lm.model, "generate") and lm.spec.name in (
-            "musicgen", "musicgen-melody"
-        ):
-            lm.model.generate(**inputs, max_new_tokens=2)
-        elif lm.spec.name == "speecht5":
-            spk = torch.zeros(1, lm.model.config.speaker_embedding_dim)
-            lm.model.generate(inputs["input_ids"], speaker_embeddings=spk, maxlenratio=0.5)
-        elif lm.spec.name == "bark":
-            lm.model.semantic(input_ids=inputs["input_ids"][:, :16])
-        elif lm.spec.encoder_forward is not None and lm.spec.name == "whisper":
-            lm.model.generate(**inputs, max_new_tokens=2)
+        if lm.spec.smoke_forward is not None:
+            lm.spec.smoke_forward(lm, inputs)
         else:
             lm.model(**inputs)
 

@@ -50,6 +50,22 @@ def _whisper_trimmed_encoder(lm: Any, inputs: dict[str, Any], n_samples: list[in
         enc.embed_positions, enc.config.max_source_positions = full, window
 
 
+def _two_steps(lm: Any, inputs: dict[str, Any]) -> Any:
+    return lm.model.generate(**inputs, max_new_tokens=2)
+
+
+def _speecht5_smoke(lm: Any, inputs: dict[str, Any]) -> Any:
+    import torch
+
+    speaker = torch.zeros(1, lm.model.config.speaker_embedding_dim)
+    return lm.model.generate(inputs["input_ids"], speaker_embeddings=speaker, maxlenratio=0.5)
+
+
+def _bark_smoke(lm: Any, inputs: dict[str, Any]) -> Any:
+    # Only the semantic stage takes text directly; the later stages need its codes.
+    return lm.model.semantic(input_ids=inputs["input_ids"][:, :16])
+
+
 def _clap_audio(lm: Any, inputs: dict[str, Any]) -> Any:
     keys = ("input_features", "is_longer")
     return lm.model.get_audio_features(**{k: inputs[k] for k in keys if k in inputs})
@@ -122,6 +138,7 @@ def _musicgen(name: str, model_class: str, *, cross: bool, description: str) -> 
         channels_first_sites=("audio_decoder",),
         generates="audio",
         takes=("text", "audio"),
+        smoke_forward=_two_steps,
         description=description,
     )
 
@@ -150,6 +167,7 @@ FAMILIES: dict[str, FamilySpec] = {
             # With trimmed input the log-mel is computed over the clip only: Whisper's
             # normalisation depends on the spectrogram's maximum, which the padding never sets.
             trim_processor_kwargs={"padding": "longest"},
+            smoke_forward=_two_steps,
             generates="text",
             takes=("audio",),
             description="speech recognition encoder-decoder (log-mel input, 30 s windows)",
@@ -230,6 +248,7 @@ FAMILIES: dict[str, FamilySpec] = {
             generates="audio",
             takes=("text",),
             pad_text=False,
+            smoke_forward=_bark_smoke,
             description="text-to-audio GPT cascade (semantic → coarse → fine codes → EnCodec)",
         ),
         FamilySpec(
@@ -258,6 +277,7 @@ FAMILIES: dict[str, FamilySpec] = {
             # Text in; 16 kHz out through the SpeechT5 HiFi-GAN vocoder.
             sample_rate=lambda lm: 16000,
             output_sample_rate=lambda lm: 16000,
+            smoke_forward=_speecht5_smoke,
             description="text-to-speech encoder-decoder producing mel frames (+ HiFi-GAN vocoder)",
         ),
         FamilySpec(

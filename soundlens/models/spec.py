@@ -55,6 +55,9 @@ class FamilySpec:
     # a batch of texts is padded by us (Bark's processor pads to its max_length itself).
     audio_processor_kwargs: dict[str, Any] = field(default_factory=dict)
     pad_text: bool = True
+    # The shortest call that runs every part of the model once (e.g. two generation steps for a
+    # decoder); None: a plain forward. Used to discover site shapes.
+    smoke_forward: Callable[[LoadedModel, dict[str, Any]], Any] | None = None
     # Custom input preparation / sample rate for non-transformers families (ONNX conversions).
     prepare: Callable[..., dict[str, Any]] | None = None
     # A cheaper forward that runs only the audio encoder; used when every requested site's
